@@ -1,0 +1,1 @@
+"""torchrl environments for MDM decoding."""

@@ -1,0 +1,1 @@
+"""Masked diffusion models behind one adapter interface."""
