@@ -56,12 +56,18 @@ def encode_prompts(
 
 
 def encode_responses(
-    tokenizer, responses: Sequence[str], response_length: int, *, eos_id: int
+    tokenizer, responses: Sequence[str], response_length: int, *, eos_id: int, truncate: bool = False
 ) -> torch.Tensor:
-    """Tokenize references and pad each with EOS to exactly ``response_length`` tokens."""
+    """Tokenize references and pad each with EOS to exactly ``response_length`` tokens.
+
+    A longer reference raises ``ValueError``, or keeps its first
+    ``response_length`` tokens when ``truncate`` is set.
+    """
     rows = encode_texts(tokenizer, responses)
     ids = torch.full((len(rows), response_length), eos_id, dtype=torch.long)
     for i, row in enumerate(rows):
+        if len(row) > response_length and truncate:
+            row = row[:response_length]
         if len(row) > response_length:
             raise ValueError(
                 f"response {i} has {len(row)} tokens, more than response_length={response_length}; "

@@ -34,9 +34,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     for key, value in data.items():
         if key not in types_by_name:
             close = difflib.get_close_matches(key, list(types_by_name), n=1)
-            hint = f"; did you mean {where}{close[0]!r}?" if close else ""
+            hint = f"; did you mean '{where}{close[0]}'?" if close else ""
             raise ConfigError(
-                f"unknown config key {where}{key!r} for {cls.__name__}{hint} "
+                f"unknown config key '{where}{key}' for {cls.__name__}{hint} "
                 f"Valid keys: {sorted(types_by_name)}"
             )
         field_type = types_by_name[key]
@@ -50,12 +50,20 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
 
 
 def _coerce(value: Any, field_type: Any, name: str) -> Any:
-    """Accept ints for float fields and reject obviously wrong scalar types."""
+    """Accept ints for float fields and reject obviously wrong scalar, list and section types."""
     if field_type is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if field_type in (int, float, str, bool) and not isinstance(value, field_type):
+    # bool is a subclass of int, so `steps: true` would otherwise pass as 1.
+    wrong_bool = field_type in (int, float) and isinstance(value, bool)
+    if field_type in (int, float, str, bool) and (wrong_bool or not isinstance(value, field_type)):
         raise ConfigError(
             f"config key {name!r} must be {field_type.__name__}, got {value!r} ({type(value).__name__})"
+        )
+    if typing.get_origin(field_type) is list and not isinstance(value, list):
+        raise ConfigError(f"config key {name!r} must be a list, got {value!r} ({type(value).__name__})")
+    if dataclasses.is_dataclass(field_type) and not isinstance(value, field_type):
+        raise ConfigError(
+            f"config key {name!r} must be a mapping of {field_type.__name__} fields, got {value!r}"
         )
     origin = typing.get_origin(field_type)
     if origin in (typing.Union, types.UnionType) and value is not None:

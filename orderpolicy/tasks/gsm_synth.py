@@ -20,6 +20,7 @@ test bucket, so the same chain can never appear in both splits.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -54,6 +55,9 @@ QUESTION_TEMPLATES = (
 LINE_OPENERS = ("Then", "Now", "So", "Next")
 
 OPERATIONS = ("+", "-", "*", "/")
+# Consecutive failed draws after which generation raises, so that a config that
+# allows (almost) no chains fails with an error and does not loop forever.
+MAX_ATTEMPTS = 10_000
 
 
 @dataclass
@@ -90,6 +94,13 @@ class GsmSynthConfig:
                 f"gsm-synth needs 0 <= min_start <= max_start <= max_value, got "
                 f"{self.min_start}, {self.max_start}, {self.max_value}"
             )
+        if not 1 <= self.min_operand <= self.max_operand:
+            raise ValueError(
+                f"gsm-synth needs 1 <= min_operand <= max_operand, got min_operand={self.min_operand}, "
+                f"max_operand={self.max_operand}; fix task.min_operand / task.max_operand in the config"
+            )
+        if self.max_multiplicand < 0:
+            raise ValueError(f"max_multiplicand must be >= 0, got {self.max_multiplicand}")
 
 
 def _feasible_operations(config: GsmSynthConfig, value: int) -> list[tuple[str, int]]:
@@ -129,7 +140,7 @@ def _chain_in_test_split(chain: tuple, test_fraction: float) -> bool:
 
 
 def _sample_chain(config: GsmSynthConfig, rng: random.Random) -> tuple[int, list[tuple[str, int]]]:
-    while True:
+    for _ in range(MAX_ATTEMPTS):
         start = rng.randint(config.min_start, config.max_start)
         num_ops = rng.randint(config.min_ops, config.max_ops)
         value, steps = start, []
@@ -142,6 +153,10 @@ def _sample_chain(config: GsmSynthConfig, rng: random.Random) -> tuple[int, list
             value = apply_operation(value, op, b)
         if len(steps) == num_ops:
             return start, steps
+    raise ValueError(
+        f"gsm-synth found no chain of {config.min_ops}..{config.max_ops} operations in {MAX_ATTEMPTS} "
+        f"attempts for {config}; widen max_value, the operand range or operations"
+    )
 
 
 def _render(start: int, steps: list[tuple[str, int]], rng: random.Random) -> Problem:
@@ -171,11 +186,23 @@ def generate(config: GsmSynthConfig, split: str, num_problems: int, seed: int) -
     # Separate streams per split, so a test seed never replays the train stream.
     rng = random.Random(f"gsm-synth/{split}/{seed}")
     problems: list[Problem] = []
+    # A split that receives a share s of the chains rejects 50 / s draws in a row
+    # with probability (1 - s) ** (50 / s) < e**-50, so only a broken config hits the cap.
+    share = config.test_fraction if want_test else 1 - config.test_fraction
+    max_rejections = max(MAX_ATTEMPTS, math.ceil(50 / share))
+    rejected_in_a_row = 0
     while len(problems) < num_problems:
         start, steps = _sample_chain(config, rng)
         chain = (start, tuple(steps))
         if _chain_in_test_split(chain, config.test_fraction) != want_test:
+            rejected_in_a_row += 1
+            if rejected_in_a_row >= max_rejections:
+                raise ValueError(
+                    f"gsm-synth drew {max_rejections} chains in a row outside the {split} split for {config}; "
+                    "the config allows too few distinct chains, so widen the value or operand ranges"
+                )
             continue
+        rejected_in_a_row = 0
         problems.append(_render(start, steps, rng))
     return problems
 

@@ -1,0 +1,1 @@
+"""Unmasking rules and the plain reference sampler."""
