@@ -22,6 +22,7 @@ Shapes: B batch, P prompt width, L response length, N = P + L, H hidden size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -78,8 +79,8 @@ class MDMDecodingEnv(EnvBase):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if invalid_action not in INVALID_ACTION_MODES:
             raise ValueError(f"invalid_action must be one of {INVALID_ACTION_MODES}, got {invalid_action!r}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if not (math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0 (0 takes the argmax), got {temperature}")
         if prompt_length + response_length > adapter.max_length:
             raise ValueError(
                 f"prompt_length + response_length = {prompt_length + response_length} exceeds the model's "
@@ -226,6 +227,7 @@ class MDMDecodingEnv(EnvBase):
         mask_id = self.adapter.mask_token_id
         if "reference" in problems.keys():
             reference = problems["reference"].to(self.device)
+            self._check_reference(reference)
         elif self.mode == "teacher":
             raise ValueError("teacher mode needs a 'reference' (B, L) from the prompt source or the reset tensordict")
         else:
@@ -261,6 +263,20 @@ class MDMDecodingEnv(EnvBase):
         )
         state.update(self._observe(tokens, attention_mask, reference))
         return TensorDict(state, batch_size=self.batch_size, device=self.device)
+
+    def _check_reference(self, reference: torch.Tensor) -> None:
+        B, L, V = self.batch_size[0], self.L, self.adapter.vocab_size
+        if reference.shape != (B, L):
+            raise ValueError(
+                f"reference must have shape {(B, L)} (batch_size, response_length), got {tuple(reference.shape)}"
+            )
+        outside = (reference < 0) | (reference >= V)  # (B, L)
+        if outside.any():
+            row = int(outside.any(dim=1).nonzero()[0])
+            raise ValueError(
+                f"reference in batch row {row} contains token ids {reference[row][outside[row]].tolist()} outside "
+                f"the vocabulary [0, {V}); encode references with the model's tokenizer"
+            )
 
     def _check_action(self, action: torch.Tensor, td: TensorDictBase) -> torch.Tensor:
         B, L = self.batch_size[0], self.L

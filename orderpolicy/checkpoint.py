@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}; check the path or drop --resume")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError) as error:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
         raise ValueError(f"checkpoint {path} could not be read ({error}); it may be from another tool") from error
+    if not isinstance(checkpoint, dict):
+        raise ValueError(
+            f"checkpoint {path} contains a {type(checkpoint).__name__}, not a dict; "
+            "pass a file written by this project's training scripts"
+        )
+    return checkpoint

@@ -26,6 +26,9 @@ def target_value(problem: Problem) -> float:
 class ProblemSource:
     """Cycle through a fixed list of problems in order, K copies of each prompt in a row.
 
+    With ``world_size`` > 1 each call takes the global batch of
+    ``batch_size * world_size`` rows and returns the share of ``rank``.
+
     The position in the list is part of :meth:`state_dict`, so training resumes
     on the same problems.
     """
@@ -41,6 +44,8 @@ class ProblemSource:
         eos_id: int,
         samples_per_prompt: int = 1,
         truncate_prompts: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if not problems:
             raise ValueError("the problem list is empty; check the task name, data path and num_problems")
@@ -54,6 +59,7 @@ class ProblemSource:
         )
         self.target = torch.tensor([target_value(p) for p in problems], dtype=torch.float64)
         self.position = 0
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return len(self.problems)
@@ -80,7 +86,11 @@ class ProblemSource:
             raise ValueError(
                 f"batch_size={batch_size} must be a multiple of samples_per_prompt={self.samples_per_prompt}"
             )
-        return self.batch(self.next_indices(batch_size // self.samples_per_prompt))
+        # Every process advances through the same global batch and keeps its own
+        # contiguous share, so N processes see exactly the prompts one process would.
+        local = batch_size // self.samples_per_prompt
+        index = self.next_indices(local * self.world_size)
+        return self.batch(index[self.rank * local : (self.rank + 1) * local])
 
     def state_dict(self) -> dict:
         return {"position": self.position}

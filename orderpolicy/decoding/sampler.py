@@ -10,11 +10,12 @@ Shapes: B batch, P prompt width, L response length.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from orderpolicy.decoding.rules import block_candidates
+from orderpolicy.decoding.rules import block_candidates, num_blocks
 from orderpolicy.decoding.stats import draw_tokens, token_stats
 from orderpolicy.mdm.interface import MDMAdapter
 
@@ -50,6 +51,11 @@ def decode(
     device = prompt_ids.device
     batch, prompt_length = prompt_ids.shape
     max_steps = response_length if max_steps is None else max_steps
+    if not 1 <= max_steps <= response_length:
+        raise ValueError(f"max_steps must lie in [1, {response_length}] (the response length), got {max_steps}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 takes the argmax), got {temperature}")
+    num_blocks(response_length, block_length)
     token_generator = torch.Generator(device=device).manual_seed(seed)
     rule.set_seed(seed)
 

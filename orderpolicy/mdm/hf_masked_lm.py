@@ -9,6 +9,7 @@ import inspect
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForMaskedLM, AutoTokenizer, PreTrainedModel
 
 from orderpolicy.mdm.interface import DenoiserOutput, MDMAdapter
@@ -56,6 +57,21 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)  # (B, N)
 
 
+def check_loading_info(info: dict, path: str | Path) -> None:
+    """Raise ``ValueError`` when ``from_pretrained`` reports missing or reshaped weights."""
+    missing = sorted(info.get("missing_keys") or ())
+    mismatched = sorted(
+        f"{key}: file {tuple(found)}, model {tuple(expected)}"
+        for key, found, expected in info.get("mismatched_keys") or ()
+    )
+    if missing or mismatched:
+        raise ValueError(
+            f"the weights of model {path} do not match its config.json: {len(missing)} missing "
+            f"({missing[:5]}), {len(mismatched)} with another shape ({mismatched[:5]}); the weights "
+            "come from another model or an incomplete export, so pass the folder they were saved with"
+        )
+
+
 class HFMaskedLMAdapter(MDMAdapter):
     """A bidirectional ``AutoModelForMaskedLM`` used as a denoiser.
 
@@ -89,10 +105,27 @@ class HFMaskedLMAdapter(MDMAdapter):
         local_files_only: bool = False,
         **kwargs,
     ) -> "HFMaskedLMAdapter":
-        """Load model and tokenizer from a folder or hub name; ``dtype`` is the weight dtype."""
-        model = AutoModelForMaskedLM.from_pretrained(
-            str(path), dtype=dtype, local_files_only=local_files_only
-        ).to(device)
+        """Load model and tokenizer from a folder or hub name; ``dtype`` is the weight dtype.
+
+        Raises ``ValueError`` when the weights file is unreadable, or when it lacks
+        weights of the architecture in ``config.json`` or stores them with other
+        shapes, where transformers would initialise them randomly.
+        """
+        try:
+            model, info = AutoModelForMaskedLM.from_pretrained(
+                str(path),
+                dtype=dtype,
+                local_files_only=local_files_only,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+            )
+        except SafetensorError as error:
+            raise ValueError(
+                f"could not read the weights of model {path} ({error}); the file may be truncated or "
+                "not a safetensors file, so download or export the model again"
+            ) from error
+        check_loading_info(info, path)
+        model = model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=local_files_only)
         return cls(model, tokenizer, **kwargs)
 

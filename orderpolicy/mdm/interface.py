@@ -76,6 +76,13 @@ class MDMAdapter(ABC):
                 f"sequence of {input_ids.shape[1]} tokens exceeds the model's maximum of "
                 f"{self.max_length}; shorten the prompt or the response length"
             )
+        out_of_range = (input_ids < 0) | (input_ids >= self.vocab_size)  # (B, N)
+        if out_of_range.any():
+            rows = out_of_range.any(dim=1).nonzero().flatten().tolist()
+            raise ValueError(
+                f"token ids {input_ids[out_of_range].unique()[:10].tolist()} in batch rows {rows} lie outside "
+                f"the model's vocabulary [0, {self.vocab_size}); encode the text with this model's tokenizer"
+            )
         self.nfe += 1
         out = self._forward(input_ids, attention_mask, output_hidden_states)
         out.logits = out.logits.float()

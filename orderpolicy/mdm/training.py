@@ -49,6 +49,7 @@ class MDMTrainConfig:
     eval_interval: int = 250  # steps between held-out evaluations and checkpoints
     greedy_eval_problems: int = 64  # problems decoded one token per step at each evaluation
     export_dtype: str = "float16"  # float16 | bfloat16 | float32; weights of the exported model
+    init_checkpoint: str | None = None  # checkpoint.pt of an earlier run to start from (same tokenizer)
 
     def __post_init__(self) -> None:
         if self.autocast not in ("bf16", "none"):
@@ -120,6 +121,10 @@ def train_mdm(config: MDMTrainConfig, out_dir: str | Path, resume: bool = False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     start_step, history = 0, []
+
+    if config.init_checkpoint and not resume:
+        model.load_state_dict(load_checkpoint(config.init_checkpoint)["model"])
+        log.info("initialised weights from %s", config.init_checkpoint)
 
     checkpoint_path = out_dir / "checkpoint.pt"
     if resume and checkpoint_path.is_file():

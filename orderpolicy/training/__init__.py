@@ -1,0 +1,1 @@
+"""Training and evaluation loops for the order posterior."""
