@@ -296,11 +296,13 @@ class MDMDecodingEnv(EnvBase):
         outside = action & ~candidates  # (B, L)
         if outside.any():
             row = int(outside.any(dim=1).nonzero()[0])
-            unmasked = bool((action[row] & ~td["masked"][row]).any())
-            reason = "already unmasked" if unmasked else "outside the current block"
+            unmasked = (outside[row] & ~td["masked"][row]).nonzero().flatten().tolist()
+            other_block = (outside[row] & td["masked"][row]).nonzero().flatten().tolist()
+            reasons = [f"positions {unmasked} that are already unmasked"] if unmasked else []
+            reasons += [f"positions {other_block} that are outside the current block"] if other_block else []
             raise InvalidActionError(
-                f"action in batch row {row} selects positions {outside[row].nonzero().flatten().tolist()} that are "
-                f"{reason}; select only positions where 'candidates' is True"
+                f"action in batch row {row} selects {' and '.join(reasons)}; "
+                "select only positions where 'candidates' is True"
             )
         empty = active & ~action.any(dim=1)
         if empty.any():

@@ -78,6 +78,9 @@ def invalid_action(kind: str, state) -> torch.Tensor:
         action[1, 0] = True
     elif kind == "outside the current block":
         action[1, BLOCK + 6] = True
+    elif kind == "both":
+        action[1, 0] = True
+        action[1, BLOCK + 6] = True
     elif kind == "selects nothing":
         action[1] = False
     return action
@@ -89,6 +92,8 @@ def invalid_action(kind: str, state) -> torch.Tensor:
         ("wrong shape", r"must have shape \(4, {length}\)"),
         ("already unmasked", "batch row 1 .*already unmasked"),
         ("outside the current block", "batch row 1 .*outside the current block"),
+        ("both", rf"batch row 1 selects positions \[0\] that are already unmasked and positions \[{BLOCK + 6}\] "
+                 "that are outside the current block"),
         ("selects nothing", "batch row 1 selects nothing"),
     ],
 )

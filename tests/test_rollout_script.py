@@ -88,7 +88,23 @@ def test_script_runs_on_gsm8k(gsm8k_dir):
                       "--steps", "4", "--strategy", "confidence")
     assert done.returncode == 0, done.stderr
     assert "confidence@4" in done.stdout
-    assert "unknown piece(s)" in done.stderr
+    assert "[UNK] tokens in all" in done.stderr
+
+
+def test_script_decodes_learned_policy(adapter, tmp_path):
+    posterior = pytest.importorskip("orderpolicy.posterior")
+    from orderpolicy.posterior.network import PosteriorConfig, PosteriorNet
+
+    torch.manual_seed(0)
+    net = PosteriorNet(PosteriorConfig(use_hidden=True), hidden_size=adapter.hidden_size)
+    posterior.save_policy(tmp_path / "untrained.pt", net, adapter)
+    done = run_script("--policy", str(tmp_path / "untrained.pt"), "--policy-mode", "sample", "--strategy", "none",
+                      "--num-problems", "2", "--batch-size", "2", "--max-steps", "8", "--json")
+    assert done.returncode == 0, done.stderr
+    (result,) = json.loads(done.stdout)["results"]
+    assert result["label"] == "untrained-sample"
+    assert result["max_steps"] <= 8
+    assert result["mean_nfe"] == result["mean_steps"]
 
 
 def test_script_rejects_unknown_strategy():

@@ -107,6 +107,10 @@ def build_source(
         log.warning(
             "truncated %d of %d prompt(s) to their last %d tokens", len(long_prompts), len(problems), prompt_length
         )
+    unknown = [sum(token == tokenizer.unk_token_id for token in ids) for ids in questions]
+    if sum(unknown):
+        log.warning("%d of %d prompt(s) contain words the tokenizer lacks (%d [UNK] tokens in all)",
+                    sum(count > 0 for count in unknown), len(problems), sum(unknown))
     long_answers = sum(len(ids) > response_length for ids in answers)
     if long_answers:
         log.info("%d reference answer(s) exceed %d tokens and were cut (used only in teacher mode)",
@@ -214,8 +218,9 @@ def evaluate_rule(
         )
     reward = make_task_reward(adapter.tokenizer, mode="strict")
     settings = dict(max_steps=max_steps, block_length=block_length, temperature=temperature)
-    # The environment reads "hidden" only when asked, because storing it for every step costs B * L * H floats.
-    wants_hidden = "hidden" in getattr(policy, "in_keys", ())
+    # The environment returns "hidden" only for policies that read it (a ``needs_hidden`` flag or the key
+    # in ``in_keys``), because the rollout stores B * L * H floats for every step.
+    wants_hidden = bool(getattr(policy, "needs_hidden", False)) or "hidden" in getattr(policy, "in_keys", ())
     envs: dict[int, MDMDecodingEnv] = {}
     label = policy_label(policy_or_rule)
     outcomes: list[dict] = []

@@ -56,6 +56,7 @@ def elbo_objective(
     rho: float,
     step_price: float,
     estimator: str = "rloo",
+    kl_weight: float = 1.0,
 ) -> ObjectiveOutput:
     """Build the surrogate loss from a teacher-mode trajectory of the decoding environment."""
     if estimator not in ESTIMATORS:
@@ -73,9 +74,10 @@ def elbo_objective(
     likelihood = (flat["next", "reward_likelihood"].squeeze(-1).double() * valid).reshape(rows, steps)  # (R, T)
     valid = valid.reshape(rows, steps).float()  # (R, T)
 
-    kl_part = (log_prior - log_q.detach() - step_price) * valid  # (R, T)
+    # kl_weight = 1 is the ELBO; a smaller weight trades the prior for likelihood (a beta-ELBO).
+    kl_part = (kl_weight * (log_prior - log_q.detach()) - step_price) * valid  # (R, T)
     total = (likelihood + kl_part).sum(dim=1)  # (R,) return with the step price
-    elbo = total + step_price * valid.sum(dim=1)
+    elbo = (likelihood + (log_prior - log_q.detach()) * valid).sum(dim=1)
 
     if estimator == "rloo":
         advantage = total - leave_one_out_baseline(total, samples_per_prompt)  # (R,)

@@ -53,6 +53,7 @@ def elbo_surrogate_loss(
     rho: float,
     step_price: float,
     estimator: str = "rloo",
+    kl_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict]:
     """Return the surrogate loss (scalar, differentiable in phi) and per-row ELBO and step counts."""
     K = samples_per_prompt
@@ -65,7 +66,7 @@ def elbo_surrogate_loss(
     records = _rollout(adapter, net, ids, attention_mask, reference, generator)
 
     # Per-step terms; rows that finished earlier have no candidates and contribute zero.
-    log_q, rewards, kl_terms, expected, valid = [], [], [], [], []
+    log_q, rewards, kl_terms, expected, valid, log_ratio = [], [], [], [], [], []
     for rec in records:
         logits = net(rec["features"], rec["hidden"])  # (R, L), with gradient
         active = rec["candidates"].any(dim=1).float()  # (R,)
@@ -73,7 +74,8 @@ def elbo_surrogate_loss(
         lp = distribution.prior_log_prob(rho, rec["candidates"], rec["z"])  # (R,)
         log_q.append(lq)
         rewards.append((rec["logp_ref"] * rec["z"]).sum(dim=1).double())  # summed as the environment does
-        kl_terms.append((lp - lq.detach() - step_price) * active)
+        kl_terms.append((kl_weight * (lp - lq.detach()) - step_price) * active)
+        log_ratio.append((lp - lq.detach()) * active)
         expected.append((distribution.inclusion_probs(logits, rec["candidates"]) * rec["logp_ref"].double()).sum(dim=1))
         valid.append(active)
 
@@ -93,5 +95,5 @@ def elbo_surrogate_loss(
         loss = -surrogate.mean()
     else:
         raise ValueError(f"estimator must be 'rloo' or 'rb_rloo', got {estimator!r}")
-    elbo = total + step_price * steps
+    elbo = sum(rewards) + sum(log_ratio)
     return loss, {"elbo": elbo.detach(), "steps": steps, "likelihood": sum(rewards).detach()}

@@ -20,7 +20,8 @@ def posterior_logits(net: PosteriorNet, td: TensorDictBase) -> torch.Tensor:
     features = scalar_features(
         td["logp_pred"], td["margin"], td["entropy"], td["masked"], td["candidates"], td["step"]
     )  # (B, L, F)
-    hidden = td.get("hidden", None) if net.config.use_hidden else None
+    config = getattr(net, "module", net).config  # unwrap DistributedDataParallel
+    hidden = td.get("hidden", None) if config.use_hidden else None
     return net(features, hidden)
 
 

@@ -44,6 +44,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm
     estimator: str = "rb_rloo"  # rloo | rb_rloo
     rho: float = 0.5  # prior: each masked position unmasked with probability rho, set non-empty
+    kl_weight: float = 1.0  # weight of log p(z) - log q(z); 1 is the ELBO, below 1 a beta-ELBO
     target_mean_steps: float = 4.0  # dual ascent moves lambda until the posterior's mean steps match this
     lambda_init: float = 0.0  # initial price per step, in nats
     lambda_lr: float = 0.5  # dual ascent rate: lambda += lambda_lr * (mean steps - target)
@@ -179,6 +180,7 @@ class PolicyTrainer:
             rho=cfg.rho,
             step_price=self.step_price,
             estimator=cfg.estimator,
+            kl_weight=cfg.kl_weight,
         )
 
         # Update phi; DDP averages gradients across processes.
