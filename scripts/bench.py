@@ -36,9 +36,6 @@ from orderpolicy.mdm.loading import ADAPTER_NAMES, load_adapter
 from orderpolicy.posterior.io import default_policy_path
 from orderpolicy.tasks import load_problems
 
-log = logging.getLogger("bench")
-
-
 def int_list(text: str) -> tuple[int, ...]:
     return tuple(int(item) for item in text.split(",") if item.strip())
 
@@ -52,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--policy", metavar="PATH|default|fresh",
                         help="posterior to time: a policy file, 'default' (the shipped one) or 'fresh' (random "
                              "initialisation); by default the shipped one when it exists, else a fresh one")
+
+    # Sizes and repeats of the speed measurements.
     parser.add_argument("--batch-sizes", type=int_list, default=defaults.batch_sizes,
                         help="S1 batch sizes, comma list")
     parser.add_argument("--env-batch", type=int, default=defaults.env_batch, help="S2 batch size")
@@ -64,12 +63,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="timed training steps (after one untimed step)")
     parser.add_argument("--train-prompts", type=int, default=defaults.train_prompts, help="prompts per training step")
     parser.add_argument("--train-samples", type=int, default=defaults.train_samples, help="samples per prompt")
+
+    # Gradient variance of the two estimators.
     parser.add_argument("--grad-variance", action="store_true", help="measure RLOO and RB-RLOO gradient variance")
     parser.add_argument("--grad-repeats", type=int, default=defaults.grad_repeats, help="gradients per estimator")
     parser.add_argument("--grad-prompts", type=int, default=defaults.grad_prompts, help="prompts in the fixed batch")
     parser.add_argument("--grad-samples", type=int, default=defaults.grad_samples, help="samples per prompt (K)")
     parser.add_argument("--rho", type=float, default=defaults.rho, help="prior unmask probability in the ELBO")
     parser.add_argument("--step-price", type=float, default=defaults.step_price, help="price per step, in nats")
+    parser.add_argument("--kl-weight", type=float, default=defaults.kl_weight,
+                        help="weight of log p(z) - log q(z); 1 is the ELBO")
+
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of problems, policy and gradients")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of one rollout")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text lines")

@@ -5,9 +5,9 @@
         --thresholds threshold=0.5,0.7,0.9,0.99 --policies default --out runs/eval
     python scripts/evaluate.py --task gsm8k --data PATH/test.jsonl --num-problems 200 --out runs/eval-gsm8k
 
-Fixed-step rules run at every --steps budget; adaptive rules (threshold,
-factor, eb) at every threshold of their grid; each --policies file in greedy
-and sample mode. Writes OUT/results.json, OUT/results.csv, OUT/results.md
+Fixed-step rules run at every --steps budget. Adaptive rules (threshold,
+factor, eb) run at every threshold of their grid, and each --policies file in
+greedy and sample mode. Writes OUT/results.json, OUT/results.csv, OUT/results.md
 (table and an equal-NFE comparison with the learned policy) and
 OUT/accuracy_vs_nfe.png. Accuracy, steps and NFE depend only on the seed and
 the problems; tokens/s and seconds are wall-clock measurements.

@@ -1,8 +1,10 @@
 """Speed benchmarks of decoding and training, reported as ratios beside the raw times.
 
 - S1 policy overhead: one policy decision (the learned posterior, features
-  included, and a heuristic for reference) over one denoiser forward, per batch size.
-- S2 environment overhead: a torchrl rollout over the plain reference loop, same rule and batch.
+  included, and a heuristic for reference) over one denoiser forward without
+  hidden states, per batch size.
+- S2 environment overhead: a torchrl rollout over the plain reference loop, same
+  rule, steps and batch, both without the task reward.
 - S3 batching: response tokens per second at the largest batch over the smallest.
 - Training throughput: rows (prompts x samples) per second of one PolicyTrainer step,
   and the share of the step spent in the rollout (denoiser calls and set sampling).
@@ -55,6 +57,7 @@ class BenchSettings:
     grad_samples: int = 4  # samples per prompt (K of the leave-one-out baseline)
     rho: float = 0.5  # prior unmask probability in the ELBO
     step_price: float = 0.0  # lambda, price per step in nats
+    kl_weight: float = 1.0  # weight of log p(z) - log q(z) in the return; 1 is the ELBO
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -228,7 +231,7 @@ def gradient_variance(adapter, source, net, settings: BenchSettings):
             loss, _ = elbo_surrogate_loss(
                 batch["prompt_ids"], batch["prompt_mask"], batch["reference"], adapter, net,
                 settings.grad_samples, generator, rho=settings.rho, step_price=settings.step_price,
-                estimator=estimator,
+                estimator=estimator, kl_weight=settings.kl_weight,
             )
             flat = torch.cat([g.flatten() for g in torch.autograd.grad(loss, params, allow_unused=False)])  # (n_params,)
             seconds.append(time.perf_counter() - started)
@@ -282,7 +285,9 @@ def format_lines(lines: list[BenchLine]) -> str:
     for line in lines:
         ratio = "-" if line.ratio is None else f"{line.ratio:.4g}"
         goal = "-" if line.goal is None else line.goal
-        met = "-" if line.met is None else ("met" if line.met else "NOT met")
+        met = "-"
+        if line.met is not None:
+            met = "met" if line.met else "NOT met"
         raw = ", ".join(f"{key} {value:.4g}" for key, value in {**line.times, **line.extra}.items())
         out.append(f"{line.name:<48} ratio {ratio:>9}  goal {goal:<7} {met:<8} | {raw}")
     return "\n".join(out)

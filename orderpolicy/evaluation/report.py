@@ -1,10 +1,10 @@
 """Write sweep results: results.json, results.csv, results.md and the accuracy-versus-NFE plot.
 
 A results record is a dictionary with the run's provenance (model, task,
-seed, package version, machine), its settings, the sweep ``rows`` (see
+seed, package version, machine), its ``settings`` (``num_problems`` at least), the sweep ``rows`` (see
 :mod:`orderpolicy.evaluation.sweep`) and the equal-NFE ``comparisons``.
 JSON and CSV keep full precision; the Markdown table rounds as
-:data:`TABLE_COLUMNS` says.
+the formats in :data:`TABLE_COLUMNS` set.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ def comparison_markdown(comparison: dict) -> str:
     ]
     for match in comparison["matches"]:
         interpolated = match["interpolated_accuracy"]
-        shown = "outside measured range" if interpolated is None else f"{interpolated:.4f}"
+        interpolated_text = "outside measured range" if interpolated is None else f"{interpolated:.4f}"
         lines.append(f"| {match['strategy']} | {match['setting']} | {match['mean_nfe']:.3f} | "
-                     f"{match['accuracy']:.4f} | {shown} |")
+                     f"{match['accuracy']:.4f} | {interpolated_text} |")
     lines += ["", "Interpolated accuracy: linear in mean NFE between the rule's two neighbouring measured settings; "
               "it is an estimate, not a measured run."]
     return "\n".join(lines)

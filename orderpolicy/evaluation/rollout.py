@@ -216,7 +216,8 @@ def evaluate_rule(
             problems, adapter.tokenizer, prompt_length=prompt_length, response_length=response_length,
             pad_id=adapter.pad_token_id, eos_id=adapter.eos_token_id, truncate_prompts=truncate_prompts,
         )
-    reward = make_task_reward(adapter.tokenizer, mode="strict")
+    special = dict(eos_id=adapter.eos_token_id, skip_ids=(adapter.pad_token_id, adapter.mask_token_id))
+    reward = make_task_reward(adapter.tokenizer, mode="strict", **special)
     settings = dict(max_steps=max_steps, block_length=block_length, temperature=temperature)
     # The environment returns "hidden" only for policies that read it (a ``needs_hidden`` flag or the key
     # in ``in_keys``), because the rollout stores B * L * H floats for every step.
@@ -248,13 +249,13 @@ def evaluate_rule(
             bar.update(len(index))
             bar.set_postfix(accuracy=f"{torch.cat([o['correct'] for o in outcomes]).mean().item():.3f}")
     bar.close()
-    return _collect(label, outcomes, adapter.tokenizer, seconds)
+    return _collect(label, outcomes, adapter.tokenizer, seconds, special)
 
 
-def _collect(label: str, outcomes: list[dict], tokenizer, seconds: float) -> RolloutResult:
+def _collect(label: str, outcomes: list[dict], tokenizer, seconds: float, special: dict) -> RolloutResult:
     """Join the per-batch outcomes and score each text's consistency."""
     joined = {key: torch.cat([o[key] for o in outcomes]) for key in outcomes[0]}
-    texts = decode_responses(tokenizer, joined["response"])
+    texts = decode_responses(tokenizer, joined["response"], **special)
     scores = torch.tensor([consistency(text).score for text in texts], dtype=torch.float32)  # (n,)
     return RolloutResult(
         label=label,

@@ -48,6 +48,10 @@ class SweepEntry:
     kind: str  # fixed | adaptive | learned
     candidate: object  # HeuristicRule or tensordict policy
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"sweep entry kind must be one of {KINDS}, got {self.kind!r}")
+
 
 def parse_steps(text: str) -> list[int]:
     """Parse a comma list of step budgets such as ``2,4,8``."""
@@ -196,10 +200,11 @@ def mark_pareto(rows: list[dict]) -> None:
 def build_comparisons(rows: Sequence[dict], default_target: float = DEFAULT_TARGET_NFE) -> list[dict]:
     """Compare every rule with each learned policy at the policy's mean NFE.
 
-    For each learned row (or once at ``default_target`` NFE when there is none),
-    each rule contributes its setting with the nearest mean NFE and the accuracy
-    linearly interpolated along its own curve at exactly the target NFE; the
-    interpolation is None when the target lies outside the rule's NFE range.
+    The target is each learned row's mean NFE, or ``default_target`` once when
+    the sweep has no learned policy. Each rule contributes its setting with the
+    nearest mean NFE, and its accuracy linearly interpolated along its own curve
+    at exactly the target NFE. The interpolation is None when the target lies
+    outside the rule's NFE range.
     """
     rules = [row for row in rows if row["kind"] != "learned"]
     references = [row for row in rows if row["kind"] == "learned"] or [None]

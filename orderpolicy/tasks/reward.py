@@ -12,7 +12,7 @@ tokenizer a digit after ``#### 5 [EOS]`` would otherwise join the answer
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 
@@ -21,16 +21,27 @@ from orderpolicy.tasks.scoring import SCORING_MODES, extract_flexible, extract_s
 TaskReward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def decode_responses(tokenizer, response_ids: torch.Tensor) -> list[str]:
+def decode_responses(
+    tokenizer,
+    response_ids: torch.Tensor,
+    *,
+    eos_id: int | None = None,
+    skip_ids: Collection[int] | None = None,
+) -> list[str]:
     """Decode response ids (B, L) to text, cut at the first EOS and without PAD or MASK tokens.
 
-    Other special tokens, such as ``[UNK]``, stay in the text so that they
-    remain visible.
+    ``eos_id`` and ``skip_ids`` default to the tokenizer's EOS id and its PAD
+    and MASK ids. Pass the adapter's ids where they differ from the tokenizer's
+    attributes, for example when an adapter pads with EOS or finds its mask
+    token in the vocabulary. Other special tokens, such as ``[UNK]``, stay in
+    the text so that they remain visible.
     """
     if response_ids.dim() != 2:
         raise ValueError(f"response_ids must have shape (B, L), got {tuple(response_ids.shape)}")
-    drop = {tokenizer.pad_token_id, tokenizer.mask_token_id} - {None}
-    eos = tokenizer.eos_token_id
+    if skip_ids is None:
+        skip_ids = (tokenizer.pad_token_id, tokenizer.mask_token_id)
+    drop = set(skip_ids) - {None}
+    eos = tokenizer.eos_token_id if eos_id is None else eos_id
     texts = []
     for row in response_ids.tolist():
         if eos is not None and eos in row:
@@ -51,11 +62,18 @@ def answer_matches(text: str, target: float, mode: str = "strict") -> bool:
     return answer is not None and float(answer) == target
 
 
-def make_task_reward(tokenizer, mode: str = "strict") -> TaskReward:
+def make_task_reward(
+    tokenizer,
+    mode: str = "strict",
+    *,
+    eos_id: int | None = None,
+    skip_ids: Collection[int] | None = None,
+) -> TaskReward:
     """Build ``reward(response_ids (B, L) long, target (B, 1) float64) -> (B,) float32``.
 
     ``mode`` picks the answer extraction of :mod:`orderpolicy.tasks.scoring`:
     "strict" reads the number after ``####``, "flexible" the last number.
+    ``eos_id`` and ``skip_ids`` are passed to :func:`decode_responses`.
 
     >>> reward = make_task_reward(adapter.tokenizer)              # doctest: +SKIP
     >>> reward(response_ids, target)                               # doctest: +SKIP
@@ -70,7 +88,7 @@ def make_task_reward(tokenizer, mode: str = "strict") -> TaskReward:
                 f"target has {target.shape[0]} rows but response_ids has {response_ids.shape[0]}; "
                 "pass one target per response"
             )
-        texts = decode_responses(tokenizer, response_ids.cpu())
+        texts = decode_responses(tokenizer, response_ids.cpu(), eos_id=eos_id, skip_ids=skip_ids)
         targets = target.reshape(-1).double().tolist()  # (B,)
         scores = [float(answer_matches(text, value, mode)) for text, value in zip(texts, targets)]
         return torch.tensor(scores, dtype=torch.float32, device=response_ids.device)  # (B,)
