@@ -110,3 +110,14 @@ def test_save_and_load_round_trip(tmp_path):
 def test_shipped_mdm_config_loads():
     config = load_config(MDMTrainConfig, CONFIG_DIR / "mdm.yaml")
     assert isinstance(config, MDMTrainConfig)
+
+
+def test_shipped_policy_configs_load():
+    """Every policy-training YAML in configs/ loads into PolicyRunConfig."""
+    from pathlib import Path
+
+    from orderpolicy.training.policy_trainer import PolicyRunConfig
+
+    for name in ("policy.yaml", "llada_gsm8k.yaml", "dream_gsm8k.yaml"):
+        config = load_config(PolicyRunConfig, Path(__file__).resolve().parents[1] / "configs" / name)
+        assert config.train.target_mean_steps > 0

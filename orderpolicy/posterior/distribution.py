@@ -84,11 +84,14 @@ def sample(
     return chosen
 
 
-def greedy(logits: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """Every candidate with q_i >= 0.5, plus the most probable one (B, L) bool."""
+def greedy(logits: torch.Tensor, candidates: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Every candidate with q_i >= threshold, plus the most probable one (B, L) bool."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"greedy threshold must lie in (0, 1), got {threshold}")
     scores = logits.masked_fill(~candidates, float("-inf"))
     best = F.one_hot(scores.argmax(dim=1), logits.shape[1]).bool() & candidates
-    return ((logits >= 0) & candidates) | best
+    cut = torch.logit(torch.tensor(threshold, dtype=logits.dtype))
+    return ((logits >= cut) & candidates) | best
 
 
 def prior_log_prob(rho: float, candidates: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,9 @@ def save_policy(path: str | Path, net: PosteriorNet, adapter: MDMAdapter, extra:
     atomic_torch_save(payload, path)
 
 
-def load_policy(path: str | Path, adapter: MDMAdapter, mode: str = "greedy", seed: int = 0) -> OrderPolicy:
+def load_policy(
+    path: str | Path, adapter: MDMAdapter, mode: str = "greedy", seed: int = 0, threshold: float = 0.5
+) -> OrderPolicy:
     """Load a policy file (or ``"default"`` for the shipped one) as a tensordict policy for ``adapter``."""
     path = default_policy_path() if str(path) == "default" else Path(path)
     payload = load_checkpoint(path)
@@ -53,4 +55,4 @@ def load_policy(path: str | Path, adapter: MDMAdapter, mode: str = "greedy", see
     if missing or unexpected:
         raise ValueError(f"policy {path} does not match the network: missing {missing}, unexpected {unexpected}")
     net.eval()
-    return OrderPolicy(net, mode=mode, seed=seed, label=path.stem)
+    return OrderPolicy(net, mode=mode, seed=seed, label=path.stem, threshold=threshold)

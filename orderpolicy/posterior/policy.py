@@ -39,13 +39,16 @@ class OrderPolicy(TensorDictModuleBase):
     in_keys = OBSERVATION_KEYS
     out_keys = ["action", "policy_logits"]
 
-    def __init__(self, net: PosteriorNet, mode: str = "sample", seed: int = 0, label: str = "learned") -> None:
+    def __init__(
+        self, net: PosteriorNet, mode: str = "sample", seed: int = 0, label: str = "learned", threshold: float = 0.5
+    ) -> None:
         super().__init__()
         if mode not in POLICY_MODES:
             raise ValueError(f"policy mode must be one of {POLICY_MODES}, got {mode!r}")
         self.net = net
         self.mode = mode
-        self.label = f"{label}-{mode}"
+        self.threshold = threshold  # greedy mode: unmask every candidate with q_i >= threshold
+        self.label = f"{label}-{mode}" if threshold == 0.5 or mode == "sample" else f"{label}-{mode}@{threshold:g}"
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
         self.needs_hidden = net.config.use_hidden
@@ -63,7 +66,7 @@ class OrderPolicy(TensorDictModuleBase):
         if self.mode == "sample":
             action = distribution.sample(logits.detach(), candidates, self.generator, self.total_rows, self.row_offset)
         else:
-            action = distribution.greedy(logits.detach(), candidates)
+            action = distribution.greedy(logits.detach(), candidates, self.threshold)
         td.set("action", action)
         td.set("policy_logits", logits)
         return td

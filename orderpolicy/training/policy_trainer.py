@@ -60,6 +60,8 @@ class TrainConfig:
             raise ValueError(f"samples_per_prompt must be >= 2 for the leave-one-out baseline, got {self.samples_per_prompt}")
         if not 0 < self.rho < 1:
             raise ValueError(f"rho must lie in (0, 1), got {self.rho}")
+        if self.lambda_lr < 0:
+            raise ValueError(f"lambda_lr must be >= 0, got {self.lambda_lr}")
         if self.target_mean_steps < 1:
             raise ValueError(f"target_mean_steps must be >= 1, got {self.target_mean_steps}")
 
@@ -74,6 +76,12 @@ class PolicyRunConfig:
     device: str = "cpu"  # cpu | cuda
     task: str = "gsm-synth"  # gsm-synth | gsm8k
     data: str | None = None  # local JSONL for gsm8k training questions
+    prompt_format: str = "plain"  # plain | fewshot | chat (chat for Instruct models)
+    shots: int = 0  # solved train examples before each question (fewshot and chat formats)
+    targets: str = "reference"  # reference | generated: ELBO targets are the data's answers or the MDM's own
+    target_steps: int | None = None  # steps of the confidence rule that generates targets; None = one token per step
+    block_length: int | None = None  # semi-autoregressive blocks in the training environment
+    dtype: str | None = None  # model dtype: fp32 | bf16 | fp16; None = the adapter's default
     train_problems: int = 20000  # training problems (gsm-synth train split)
     prompt_length: int | None = None  # P; None reads it from the shipped model's training config
     response_length: int | None = None  # L; None reads it from the shipped model's training config
@@ -107,6 +115,7 @@ class PolicyTrainer:
             prompt_length=setup.prompt_length,
             response_length=setup.response_length,
             mode="teacher",
+            block_length=config.block_length,
             return_hidden=config.policy.use_hidden,
             seed=config.seed,
         )

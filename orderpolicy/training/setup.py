@@ -8,7 +8,12 @@ from pathlib import Path
 
 import yaml
 
+from orderpolicy.batching import encode_prompts
 from orderpolicy.config import from_dict
+from orderpolicy.decoding.rules import HeuristicRule
+from orderpolicy.decoding.sampler import decode
+from orderpolicy.tasks.prompts import build_prompts
+from orderpolicy.tasks.reward import decode_responses
 from orderpolicy.mdm.interface import MDMAdapter
 from orderpolicy.mdm.loading import load_adapter
 from orderpolicy.problem_source import ProblemSource
@@ -19,6 +24,7 @@ from orderpolicy.tasks.gsm_synth import GsmSynthConfig
 log = logging.getLogger(__name__)
 
 MODEL_TRAIN_CONFIG = "orderpolicy_train_config.yaml"
+TARGET_KINDS = ("reference", "generated")
 
 
 @dataclass
@@ -70,7 +76,9 @@ class RunSetup:
 
 def build_setup(config, rank: int = 0, world_size: int = 1) -> RunSetup:
     """Load the model and the problems for a :class:`PolicyRunConfig`."""
-    adapter = load_adapter(config.model, config.adapter, device=config.device)
+    if config.targets not in TARGET_KINDS:
+        raise ValueError(f"targets must be one of {TARGET_KINDS}, got {config.targets!r}")
+    adapter = load_adapter(config.model, config.adapter, device=config.device, dtype=config.dtype)
     defaults = model_defaults(adapter, config.model)
     prompt_length, response_length = resolve_lengths(defaults, config.prompt_length, config.response_length)
     train = config.train
@@ -85,7 +93,13 @@ def build_setup(config, rank: int = 0, world_size: int = 1) -> RunSetup:
     )
     eval_problems = load_problems(
         config.task, split="test", num_problems=train.eval_problems, seed=config.seed, data=None, synth_config=synth
-    ) if config.task == "gsm-synth" else problems[: train.eval_problems]
+    ) if config.task == "gsm-synth" else problems[-train.eval_problems :]
+    if config.task != "gsm-synth":
+        problems = problems[: len(problems) - train.eval_problems]
+    problems = format_prompts(problems, config, adapter)
+    eval_problems = format_prompts(eval_problems, config, adapter)
+    if config.targets == "generated":
+        problems = generate_targets(problems, adapter, prompt_length, response_length, config.target_steps)
     source = ProblemSource(
         problems,
         adapter.tokenizer,
@@ -107,3 +121,39 @@ def build_setup(config, rank: int = 0, world_size: int = 1) -> RunSetup:
         eval_problems=eval_problems,
         local_prompts=train.prompts_per_batch // world_size,
     )
+
+
+def format_prompts(problems: list[Problem], config, adapter: MDMAdapter) -> list[Problem]:
+    """Rewrite each question into the configured prompt format (plain keeps it as it is)."""
+    if config.prompt_format == "plain":
+        return problems
+    prompts = build_prompts(
+        problems, format=config.prompt_format, tokenizer=adapter.tokenizer, shots=config.shots,
+        shot_pool=problems, seed=config.seed,
+    )
+    return [Problem(question=prompt, answer=p.answer, target=p.target) for prompt, p in zip(prompts, problems)]
+
+
+def generate_targets(
+    problems: list[Problem], adapter: MDMAdapter, prompt_length: int, response_length: int, steps: int | None,
+    batch_size: int = 32,
+) -> list[Problem]:
+    """Replace reference answers by the MDM's own confidence-rule decodes.
+
+    Self-generated targets keep the ELBO on text the model itself would write,
+    so the posterior learns orders for the model's distribution rather than for
+    reference text it may find unlikely; the cost is one decoding pass over the
+    training questions, and wrong answers become targets too.
+    """
+    rule = HeuristicRule("confidence", response_length, steps=steps or response_length)
+    out = []
+    for start in range(0, len(problems), batch_size):
+        chunk = problems[start : start + batch_size]
+        ids, mask = encode_prompts(
+            adapter.tokenizer, [p.question for p in chunk], prompt_length, pad_id=adapter.pad_token_id, truncate=True
+        )
+        result = decode(adapter, ids.to(adapter.device), mask.to(adapter.device), response_length, rule)
+        texts = decode_responses(adapter.tokenizer, result.response.cpu())
+        out.extend(Problem(question=p.question, answer=text, target=p.target) for p, text in zip(chunk, texts))
+    log.info("generated %d training targets with %s", len(out), rule.label)
+    return out
