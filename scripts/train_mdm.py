@@ -10,6 +10,7 @@ The finished model is written to OUT/model as a transformers folder.
 from __future__ import annotations
 
 import argparse
+import sys
 import logging
 
 from orderpolicy.config import load_config, parse_override
@@ -35,4 +36,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:  # bad config values, paths and inputs
+        sys.exit(f"error: {error}")

@@ -12,6 +12,7 @@ Writes OUT/config.yaml (resolved), OUT/checkpoint.pt (resumable) and OUT/policy.
 from __future__ import annotations
 
 import argparse
+import sys
 import logging
 from pathlib import Path
 
@@ -64,4 +65,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:  # bad config values, paths and inputs
+        sys.exit(f"error: {error}")

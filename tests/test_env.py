@@ -179,13 +179,15 @@ def test_prompt_and_unmasked_tokens_never_change(adapter, source, lengths):
     prompt = source.batch(torch.arange(B))["prompt_ids"]
     for t in range(td.shape[1]):
         state, after = td[:, t], td[:, t]["next"]
-        kept = ~state["masked"]  # (B, L)
+        already_unmasked = ~state["masked"]  # (B, L)
         taken = after["action_taken"]
+        response_before = state["tokens"][:, prompt_length:]  # (B, L)
+        response_after = after["tokens"][:, prompt_length:]  # (B, L)
         assert torch.equal(after["tokens"][:, :prompt_length], prompt)
-        assert torch.equal(after["tokens"][:, prompt_length:][kept], state["tokens"][:, prompt_length:][kept])
-        assert torch.equal(after["tokens"][:, prompt_length:][taken], state["draw"][taken])
-        assert (after["tokens"][:, prompt_length:][after["masked"]] == adapter.mask_token_id).all()
-        assert not (taken & kept).any()
+        assert torch.equal(response_after[already_unmasked], response_before[already_unmasked])
+        assert torch.equal(response_after[taken], state["draw"][taken])
+        assert (response_after[after["masked"]] == adapter.mask_token_id).all()
+        assert not (taken & already_unmasked).any()
 
 
 def test_block_mode_stays_in_block(adapter, source, lengths):

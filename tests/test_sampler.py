@@ -21,7 +21,7 @@ B = 3
 STEPS = 6  # a multiple of the 3 blocks below, so every fixed-step rule accepts it with and without blocks
 BLOCK = 24
 DETERMINISTIC = [name for name in STRATEGIES if name != "random"]
-MAX_STEPS = 16  # caps the adaptive rules, which may otherwise take up to L steps, to keep the tests short
+MAX_STEPS = 12  # caps the adaptive rules, which may otherwise take up to L steps, to keep the tests short
 # (block_length, seed, temperature, max_steps): each setting varies, pairwise combined to keep the test short.
 SETTINGS = [(None, 0, 0.0, MAX_STEPS), (None, 1, 0.8, 10), (BLOCK, 0, 0.8, 12), (BLOCK, 1, 0.0, MAX_STEPS)]
 

@@ -137,6 +137,26 @@ def _seed_policy(policy_or_rule, seed: int) -> None:
         rule.set_seed(seed)
 
 
+def _as_policy(policy_or_rule, use_env: bool):
+    """Wrap a rule as a tensordict policy; reject policies the plain sampler cannot run."""
+    if isinstance(policy_or_rule, HeuristicRule):
+        return HeuristicPolicy(policy_or_rule)
+    if not use_env:
+        raise TypeError(
+            f"the plain sampler (use_env=False) takes a HeuristicRule, got {type(policy_or_rule).__name__}; "
+            "decode learned policies with use_env=True"
+        )
+    return policy_or_rule
+
+
+def _check_source(source: ProblemSource) -> None:
+    if source.samples_per_prompt != 1:
+        raise ValueError(
+            f"evaluation decodes each problem once, got a ProblemSource with samples_per_prompt="
+            f"{source.samples_per_prompt}; pass the problem list instead"
+        )
+
+
 def _rollout_env(env: MDMDecodingEnv, policy, reset, seed: int) -> dict:
     """Decode one batch with a torchrl rollout; return the final state's per-row outcomes."""
     env.set_seed(seed)
@@ -195,21 +215,9 @@ def evaluate_rule(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if isinstance(policy_or_rule, HeuristicRule):
-        policy = HeuristicPolicy(policy_or_rule)
-    elif use_env:
-        policy = policy_or_rule
-    else:
-        raise TypeError(
-            f"the plain sampler (use_env=False) takes a HeuristicRule, got {type(policy_or_rule).__name__}; "
-            "decode learned policies with use_env=True"
-        )
+    policy = _as_policy(policy_or_rule, use_env)
     if isinstance(problems, ProblemSource):
-        if problems.samples_per_prompt != 1:
-            raise ValueError(
-                f"evaluation decodes each problem once, got a ProblemSource with samples_per_prompt="
-                f"{problems.samples_per_prompt}; pass the problem list instead"
-            )
+        _check_source(problems)
         source = problems
     else:
         source = build_source(

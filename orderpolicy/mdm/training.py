@@ -187,5 +187,5 @@ def _evaluate(model, held_out: TokenBatch, tokenizer, config: MDMTrainConfig, us
     metrics.update(operation_accuracy(model, held_out, tokenizer, mask_id, use_bf16))
     count = min(config.greedy_eval_problems, held_out.input_ids.shape[0])
     subset = TokenBatch(held_out.input_ids[:count], held_out.attention_mask[:count], held_out.prompt_length)
-    metrics["greedy_exact"] = greedy_accuracy(model, subset, mask_id, use_bf16)
+    metrics["greedy_accuracy"] = greedy_accuracy(model, subset, tokenizer, use_bf16)
     return metrics
