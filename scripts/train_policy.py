@@ -16,7 +16,8 @@ import sys
 import logging
 from pathlib import Path
 
-from orderpolicy.config import load_config, parse_override, save_config, to_dict
+from orderpolicy.config import load_config
+from orderpolicy.evaluation.calibrate import calibrate_greedy_threshold, parse_override, save_config, to_dict
 from orderpolicy.training.distributed import DistributedContext
 from orderpolicy.training.evaluate_policy import make_evaluator
 from orderpolicy.training.logger import MetricLogger
@@ -59,6 +60,17 @@ def main() -> None:
     evaluate = make_evaluator(setup, config, enabled=dist.is_main)
     final = trainer.fit(evaluate, logger)
     logger.close()
+
+    # Calibrate the greedy threshold on training problems so greedy decoding meets the step target.
+    if dist.is_main and config.calibration_problems > 0:
+        problems = setup.train_source.problems[-config.calibration_problems :]
+        threshold, steps = calibrate_greedy_threshold(
+            setup.adapter, trainer.net, problems, config.train.target_mean_steps,
+            prompt_length=setup.prompt_length, response_length=setup.response_length,
+        )
+        trainer.greedy_threshold = threshold
+        trainer.save()
+        print(f"greedy threshold {threshold:g}: {steps:.2f} mean steps on {len(problems)} training problems")
     if dist.is_main:
         print("final:", logger.console_line(trainer.iteration, final))
     dist.close()

@@ -37,9 +37,13 @@ def save_policy(path: str | Path, net: PosteriorNet, adapter: MDMAdapter, extra:
 
 
 def load_policy(
-    path: str | Path, adapter: MDMAdapter, mode: str = "greedy", seed: int = 0, threshold: float = 0.5
+    path: str | Path, adapter: MDMAdapter, mode: str = "greedy", seed: int = 0, threshold: float | None = None
 ) -> OrderPolicy:
-    """Load a policy file (or ``"default"`` for the shipped one) as a tensordict policy for ``adapter``."""
+    """Load a policy file (or ``"default"`` for the shipped one) as a tensordict policy for ``adapter``.
+
+    ``threshold`` is the greedy inclusion threshold; None takes the one
+    calibrated after training (0.5 when the file has none).
+    """
     path = default_policy_path() if str(path) == "default" else Path(path)
     payload = load_checkpoint(path)
     if payload.get("kind") != "orderpolicy-posterior":
@@ -55,4 +59,6 @@ def load_policy(
     if missing or unexpected:
         raise ValueError(f"policy {path} does not match the network: missing {missing}, unexpected {unexpected}")
     net.eval()
+    if threshold is None:
+        threshold = float(payload.get("greedy_threshold", 0.5))
     return OrderPolicy(net, mode=mode, seed=seed, label=path.stem, threshold=threshold)

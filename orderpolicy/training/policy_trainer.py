@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation settings of the order posterior."""
 
-    iterations: int = 600  # optimiser steps
+    iterations: int = 350  # optimiser steps
     prompts_per_batch: int = 8  # B, prompts per iteration (global, across all processes)
     samples_per_prompt: int = 4  # K, orders sampled per prompt for the leave-one-out baseline
     lr: float = 3e-3  # Adam learning rate
@@ -47,7 +47,7 @@ class TrainConfig:
     kl_weight: float = 1.0  # weight of log p(z) - log q(z); 1 is the ELBO, below 1 a beta-ELBO
     target_mean_steps: float = 4.0  # dual ascent moves lambda until the posterior's mean steps match this
     lambda_init: float = 0.0  # initial price per step, in nats
-    lambda_lr: float = 0.5  # dual ascent rate: lambda += lambda_lr * (mean steps - target)
+    lambda_lr: float = 0.2  # dual ascent rate: lambda += lambda_lr * (mean steps - target)
     log_interval: int = 10  # iterations between console lines
     eval_interval: int = 100  # iterations between held-out evaluations
     checkpoint_interval: int = 50  # iterations between checkpoints
@@ -87,6 +87,7 @@ class PolicyRunConfig:
     response_length: int | None = None  # L; None reads it from the shipped model's training config
     policy: PosteriorConfig = field(default_factory=PosteriorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    calibration_problems: int = 128  # training problems used to calibrate the greedy threshold; 0 skips it
     wandb_mode: str = "offline"  # offline | online | disabled
     wandb_project: str = "orderpolicy"  # wandb project name
 
@@ -120,6 +121,7 @@ class PolicyTrainer:
             seed=config.seed,
         )
         self.step_price = config.train.lambda_init
+        self.greedy_threshold = 0.5  # set by calibration after training
         self.iteration = 0
         self.history: list[dict] = []
 
@@ -156,7 +158,12 @@ class PolicyTrainer:
         if not self.dist.is_main:
             return
         atomic_torch_save(self.state_dict(), self.out_dir / "checkpoint.pt")
-        extra = {"train_config": to_dict(self.config), "iteration": self.iteration, "version": __version__}
+        extra = {
+            "train_config": to_dict(self.config),
+            "iteration": self.iteration,
+            "greedy_threshold": self.greedy_threshold,
+            "version": __version__,
+        }
         save_policy(self.out_dir / "policy.pt", self.net, self.setup.adapter, extra)
 
     def resume(self) -> bool:
