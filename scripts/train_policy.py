@@ -16,8 +16,8 @@ import sys
 import logging
 from pathlib import Path
 
-from orderpolicy.config import load_config
-from orderpolicy.evaluation.calibrate import calibrate_greedy_threshold, parse_override, save_config, to_dict
+from orderpolicy.config import load_config, parse_override, save_config, to_dict
+from orderpolicy.evaluation.calibrate import calibrate_greedy_threshold
 from orderpolicy.training.distributed import DistributedContext
 from orderpolicy.training.evaluate_policy import make_evaluator
 from orderpolicy.training.logger import MetricLogger

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation settings of the order posterior."""
 
-    iterations: int = 350  # optimiser steps
+    iterations: int = 300  # optimiser steps
     prompts_per_batch: int = 8  # B, prompts per iteration (global, across all processes)
     samples_per_prompt: int = 4  # K, orders sampled per prompt for the leave-one-out baseline
     lr: float = 3e-3  # Adam learning rate
