@@ -148,4 +148,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:  # bad options, paths and inputs
+        sys.exit(f"error: {error}")
