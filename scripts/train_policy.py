@@ -73,6 +73,7 @@ def main() -> None:
         print(f"greedy threshold {threshold:g}: {steps:.2f} mean steps on {len(problems)} training problems")
     if dist.is_main:
         print("final:", logger.console_line(trainer.iteration, final))
+    dist.barrier()  # every process waits for rank 0's calibration before the group is torn down
     dist.close()
 
 

@@ -34,7 +34,7 @@ TINY = [
     "train.log_interval=1",
     "train.checkpoint_interval=2",
     "policy.width=16",
-    "calibration_problems=4",
+    "calibration_problems=0",
 ]
 
 
