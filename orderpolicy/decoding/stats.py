@@ -16,7 +16,7 @@ class NonFiniteLogitsError(FloatingPointError):
 
 @dataclass
 class TokenStats:
-    """What every strategy and the order posterior may read about a state."""
+    """Token statistics of a state, read by every strategy and by the order posterior."""
 
     predicted: torch.Tensor  # (B, L) argmax token
     logp_pred: torch.Tensor  # (B, L) log-probability of the argmax token (log confidence)

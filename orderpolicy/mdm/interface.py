@@ -14,7 +14,7 @@ import torch
 
 @dataclass
 class DenoiserOutput:
-    """What one denoiser forward returns."""
+    """Output of one denoiser forward pass."""
 
     logits: torch.Tensor  # (B, N, V), float32
     hidden_states: torch.Tensor | None = None  # (B, N, H) last layer, when requested
